@@ -9,7 +9,6 @@
 Every figure is printed and written as JSON (-out).
 """
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -53,7 +52,8 @@ def make_full_scale_raw(raw_dir, ratings=2_000_000, users=1_200_000, items=250_0
         for i in range(items):
             w = WORDS[rng.integers(0, len(WORDS), 40)].tolist()
             u = rng.random(6)
-            rec = {"asin": str(asins[i]), "related": {"also_bought": asins[rng.integers(0, items, 8)].tolist()},
+            related = asins[rng.integers(0, items, 8)].tolist()
+            rec = {"asin": str(asins[i]), "related": {"also_bought": related},
                    "salesRank": {"Beauty": int(rng.integers(1, 10**6))}, "imUrl": f"http://x/{i}.jpg"}
             if u[0] > 0.05:
                 rec["title"] = " ".join(w[:8]) + (" men's" if u[1] < 0.2 else "")

@@ -14,6 +14,7 @@ Item 0 is padding: zero embedding, never attended to, never scored.
 Shapes: B batch, L item slots, T = 5L tokens, e embedding size, K max categories per item,
 D text dimension, M number of masked fields of one type in the batch, C candidates.
 """
+import math
 from dataclasses import dataclass, fields as dc_fields
 
 import torch
@@ -78,19 +79,25 @@ class MIIRConfig:
         return cls(**values)
 
 
+def keep_mask(shape, p, dtype, device):
+    """Inverted-dropout multiplier [shape]: 1 / (1 - p) with probability 1 - p, else 0 (p quantised to
+    2^-16, exact for p = 0.5). Built from 16-bit slices of torch.randint words with arithmetic only
+    (CPU bool masks and masked_fill are slow): about 4x faster than F.dropout's Bernoulli draws,
+    which were a quarter of a CPU training step."""
+    n = math.prod(shape)
+    bits = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
+    bits = bits.view(torch.int16)[:n].view(shape).to(torch.float32)       # uniform integers
+    threshold = round(p * 65536) - 32768                                   # P(bits < threshold) = p
+    return bits.sub_(threshold - 1).clamp_(0.0, 1.0).mul_(1.0 / (1.0 - p)).to(dtype)
+
+
 def dropout(x, p, training):
-    """Inverted dropout. On CPU the keep mask comes from 16-bit slices of torch.randint int64 words
-    (keep probability 1 - p quantised to 2^-16, exact for p = 0.5), about 4x faster than F.dropout's
-    per-element Bernoulli draws, which were a quarter of a CPU training step; elsewhere F.dropout."""
+    """Inverted dropout: keep_mask on CPU, F.dropout elsewhere."""
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, True)
-    n = x.numel()
-    bits = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)  # [ceil(n/4)]
-    bits = bits.view(torch.int16)[:n].view(x.shape)                        # x.shape, uniform int16
-    keep = bits >= int(round(p * 65536)) - 32768                           # P(keep) = 1 - p
-    return x * (keep.to(x.dtype) * (1.0 / (1.0 - p)))
+    return x * keep_mask(x.shape, p, x.dtype, x.device)
 
 
 class Block(nn.Module):
@@ -111,12 +118,23 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(e)
 
     def attend(self, q, k, v, mask):
-        """softmax(Q K^T / sqrt(d) + M) V; mask [B, 1, 1|T, T] additive (0 or -inf)."""
+        """softmax(Q K^T / sqrt(d) + M) V with dropout on the attention weights; mask additive (0 or
+        -inf), [B, 1, 1|T, T], or [B*heads, T, T] for the CPU training path, which fuses the scale and
+        the mask into one batched GEMM."""
         p = self.p_inner if self.training else 0.0
         if p == 0.0 or q.device.type != "cpu":
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        a = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5 + mask, -1)  # [B, h, T, T]
-        return dropout(a, p, True) @ v                                     # [B, h, T, e/h]
+        B, h, T, d = q.shape
+        a = torch.baddbmm(mask, q.reshape(B * h, T, d), k.reshape(B * h, T, d).transpose(1, 2),
+                          alpha=d ** -0.5).softmax(-1)                     # [B*h, T, T]
+        a = a * keep_mask(a.shape, p, a.dtype, a.device)                   # dropout on the weights
+        return (a @ v.reshape(B * h, T, d)).view(B, h, T, d)               # [B, h, T, d]
+
+    def full_mask(self, mask, B, T):
+        """The additive mask as the CPU training path of attend wants it: [B*heads, T, T]."""
+        if self.training and self.p_inner > 0.0 and mask.device.type == "cpu":
+            return mask.expand(B, self.heads, T, T).reshape(B * self.heads, T, T)
+        return mask
 
     def forward(self, x, mask):
         B, T, e = x.shape                                                  # x [B, T, e]
@@ -237,6 +255,7 @@ class MIIR(nn.Module):
         allowed = self.attention_mask(items)                               # [B, 1, 1|T, T] bool
         mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill(
             ~allowed, float("-inf"))                                       # additive M, once per batch
+        mask = self.blocks[0].full_mask(mask, B, 5 * L)                    # [B*heads, T, T] (CPU train)
         for block in self.blocks:
             x = block(x, mask)                                             # H^{l+1} = Trm(H^l)
         return x.view(B, L, 5, -1)                                         # H^L split as Eq. 7

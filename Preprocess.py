@@ -18,7 +18,6 @@ Raw Amazon files -> the processed tables of the contract in Utils.py:
 """
 import argparse
 import ast
-import glob
 import gzip
 import hashlib
 import html
@@ -45,13 +44,14 @@ DOWNLOAD_HINT = ("download the Amazon 2014 files (ratings_<Cat>.csv or reviews_<
 def parse_args(argv, token, category):
     p = argparse.ArgumentParser(description=f"Process the Amazon '{category}' data into "
                                 f"data/{token}/process and {token}_files.dat (MIIR paper, sec. 4.2).")
-    p.add_argument("-raw_dir", default=f"data/{token}/raw",
-                   help="folder with the raw files (default data/%(default)s relative to the repo)")
+    p.add_argument("-raw_dir", default=None,
+                   help=f"folder with the raw files (default: data/{token}/raw in the repo)")
     p.add_argument("-interactions", default=None,
                    help="interaction file (default: auto-detected in -raw_dir)")
     p.add_argument("-meta", default=None, help="meta file (default: meta_<Cat>.json[.gz] in -raw_dir)")
-    p.add_argument("-out_dir", default=f"data/{token}/process")
-    p.add_argument("-dat", default=f"{token}_files.dat", help="the .dat file to write")
+    p.add_argument("-out_dir", default=None, help=f"default: data/{token}/process in the repo")
+    p.add_argument("-dat", default=None, help=f"the .dat file to write (default: {token}_files.dat "
+                   "in the repo)")
     p.add_argument("-min_interactions", type=int, default=5, help="drop users with fewer")
     p.add_argument("-max_user_interactions", type=int, default=1000, help="drop users with more")
     p.add_argument("-max_interactions", type=int, default=20, help="items per training window / eval row")
@@ -70,13 +70,21 @@ def parse_args(argv, token, category):
     p.add_argument("-max_text_len", type=int, default=128, help="tokens per text (truncation)")
     p.add_argument("-text_batch", type=int, default=64)
     p.add_argument("-device", default=None, help="cuda / cpu (default: cuda if available)")
-    p.add_argument("-threads", type=int, default=2, help="torch threads for text encoding")
-    p.add_argument("-cache_dir", default="data/cache", help="text-vector cache (shared by datasets)")
+    p.add_argument("-threads", type=int, default=0,
+                   help="torch threads for text encoding (0 = every core this process may use: "
+                        "encoding is large matrix products, which do scale)")
+    p.add_argument("-cache_dir", default=None,
+                   help="text-vector cache, shared by the datasets (default: data/cache in the repo)")
     p.add_argument("-max_bad_lines", type=int, default=100,
                    help="skip and count malformed lines up to this many, then stop")
     p.add_argument("-quiet", action="store_true")
     args = p.parse_args(argv)
     args.token, args.category = token, category
+    # paths given on the command line are relative to the current folder, the defaults to the repo
+    for name, default in (("raw_dir", f"data/{token}/raw"), ("out_dir", f"data/{token}/process"),
+                          ("dat", f"{token}_files.dat"), ("cache_dir", "data/cache")):
+        value = getattr(args, name)
+        setattr(args, name, Utils.resolve(value, Path.cwd()) if value else Utils.REPO / default)
     for name in ("min_interactions", "max_interactions", "min_window"):
         if getattr(args, name) < 1:
             raise InputError(f"-{name} {getattr(args, name)}: must be at least 1")
@@ -95,8 +103,7 @@ def open_text(path):
 
 def find_raw_files(args):
     """(interaction kind, interaction path, meta path): explicit flags first, then auto-detection."""
-    raw = Utils.resolve(args.raw_dir, Path.cwd()) if Path(args.raw_dir).is_absolute() or \
-        Path(args.raw_dir).exists() else Utils.resolve(args.raw_dir)
+    raw = args.raw_dir
     cat = args.category
     candidates = [("sequence", "user_sequence.txt"), ("json", f"reviews_{cat}_5.json"),
                   ("json", f"{cat}_5.json"), ("csv", f"ratings_{cat}.csv"),
@@ -125,7 +132,8 @@ def find_raw_files(args):
         meta = first([("meta", f"meta_{cat}.json")])[1]
     if path is None or meta is None:
         looked = ", ".join(n for _, n in candidates) if path is None else f"meta_{cat}.json"
-        raise InputError(f"{raw}: no {'interaction' if path is None else 'meta'} file found "
+        where = f"{raw}" if raw.is_dir() else f"{raw} (no such folder)"
+        raise InputError(f"{where}: no {'interaction' if path is None else 'meta'} file found "
                          f"(looked for {looked}, optionally .gz); {DOWNLOAD_HINT}")
     return kind, path, meta
 
@@ -439,18 +447,17 @@ class TextEncoder:
         self.args, self.log = args, log
         tag = f"{args.text_model}|{args.pooling}|{args.max_text_len}"
         slug = "".join(c if c.isalnum() else "_" for c in args.text_model.split("/")[-1])[:40]
-        cache_dir = Utils.resolve(args.cache_dir)
-        self.cache_path = cache_dir / f"{slug}-{args.pooling}-{args.max_text_len}-" \
+        self.cache_path = Path(args.cache_dir) / f"{slug}-{args.pooling}-{args.max_text_len}-" \
                                       f"{hashlib.sha1(tag.encode()).hexdigest()[:8]}.npz"
         self.model = None
         self.seconds = 0.0
         self.encoded = 0
 
     def _load_model(self):
+        if self.args.text_model == DEFAULT_TEXT_MODEL:  # the packaged model is local: no hub calls
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # (read when transformers is imported)
         import torch
         from transformers import AutoModel, AutoTokenizer
-        os.environ.setdefault("HF_HUB_OFFLINE", "1") if self.args.text_model == DEFAULT_TEXT_MODEL \
-            else None
         path = resolve_model(self.args.text_model)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -467,8 +474,8 @@ class TextEncoder:
         from tqdm import tqdm
         if self.model is None:
             self._load_model()
-        if self.args.threads > 0:
-            torch.set_num_threads(self.args.threads)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(self.args.threads if self.args.threads > 0 else max(1, cores or 1))
         tok = self.tokenizer(texts, truncation=True, max_length=self.args.max_text_len)["input_ids"]
         order = np.argsort([len(t) for t in tok], kind="stable")  # batch by length: little padding
         out = None
@@ -658,10 +665,7 @@ def main(argv=None, token="bt", category="Beauty"):
               "train.npy": gather(seq, train_pos), "valid.npy": gather(seq, valid_pos),
               "test.npy": gather(seq, test_pos), "valid_negatives.npy": valid_neg,
               "test_negatives.npy": test_neg}
-    out_dir = Utils.resolve(args.out_dir, Path.cwd()) if Path(args.out_dir).is_absolute() \
-        else Utils.resolve(args.out_dir)
-    dat_path = Utils.resolve(args.dat, Path.cwd()) if Path(args.dat).is_absolute() \
-        else Utils.resolve(args.dat)
+    out_dir, dat_path = args.out_dir, args.dat
     write_outputs(out_dir, arrays, meta_json, dat_path, token)
     stats["seconds"]["total"] = round(time.time() - t_start, 2)
     Utils.write_json(out_dir / "meta.json", meta_json)

@@ -13,7 +13,6 @@ This file also holds the flags of every script (build_parser) and the checkpoint
 Valid.py and Test.py share them instead of repeating them.
 """
 import argparse
-import json
 import math
 import random
 import re
@@ -48,6 +47,13 @@ def script_name(script, stage):
     return f"{name or ('Pre' + script if stage == 'pretrain' else script.title())}.py"
 
 
+def hidden(group, hide):
+    """group.add_argument, hiding the flag from -h when `hide` (it is still accepted)."""
+    def add(*names, **kw):
+        return group.add_argument(*names, **dict(kw, help=argparse.SUPPRESS) if hide else kw)
+    return add
+
+
 def build_parser(script, stage):
     """Every flag of every script, with its typed default, in one place.
 
@@ -58,28 +64,28 @@ def build_parser(script, stage):
     model_defaults = {f.name: f.default for f in fields(MIIRConfig)}
     training = script == "train"
     p = argparse.ArgumentParser(
-        prog=script_name(script, stage),
+        prog=script_name(script, stage), allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description=__doc__.split("\n\n")[0] if training else f"Score saved '{stage}' checkpoints on the "
         f"{script} rows (1 positive + the processed negatives; ties count against the positive).")
     g = p.add_argument_group("data and run")
     g.add_argument("-dataset_files", default="bt_files.dat", help="the <token>_files.dat of the processed data")
     g.add_argument("-save_path", default=None,
-                   help="checkpoint folder (default checkpoint_miirs_<dataset_token>/)")
+                   help="folder of checkpoints, logs and results; None = checkpoint_miirs_<dataset_token>/")
     g.add_argument("-batch_size", type=int, default=128, help="sequences per batch (per process)")
     g.add_argument("-num_workers", type=int, default=0, help="DataLoader worker processes")
-    g.add_argument("-seed", type=int, default=42)
+    g.add_argument("-seed", type=int, default=42, help="seeds python, numpy, torch and the data order/masks")
     g.add_argument("-threads", type=int, default=0,
                    help="torch intra-op threads per process (0 = Utils.default_threads: 1 when a process "
                         "owns <= 2 cores, else its cores)")
     g.add_argument("-compile", action="store_true",
                    help="torch.compile the model (falls back to eager if compilation fails)")
     g.add_argument("-max_interactions", type=int, default=None,
-                   help="items per sequence (default: the processed data's max_interactions, 20)")
+                   help="items per sequence; None = the processed data's max_interactions (20)")
     g = p.add_argument_group("model (MIIR.MIIRConfig; evaluation reads them from the checkpoint)")
     for name, kind in MODEL_FLAGS.items():
         default = model_defaults[name] if training else None
         if kind is bool:
-            g.add_argument(f"-{name}", action="store_true", default=default or None,
+            g.add_argument(f"-{name}", action="store_true", default=default,
                            help="MIIR-M: fields missing in the data are masked out as attention keys (Eq. 15)")
         elif isinstance(kind, tuple):
             g.add_argument(f"-{name}", choices=kind, default=default,
@@ -87,32 +93,35 @@ def build_parser(script, stage):
                                  "category_loss": "BCE over category labels: sum (authors) or mean "
                                                   "(paper, divided by N_c)"}[name])
         else:
-            g.add_argument(f"-{name}", type=kind, default=default)
-    if training:
-        g = p.add_argument_group("training (paper section 4.3 defaults)")
-        g.add_argument("-loss", choices=("mii", "rec"), default="mii" if stage == "pretrain" else "rec",
-                       help="mii = MII loss (Eq. 11-13), rec = recommendation loss (Eq. 14)")
-        g.add_argument("-epochs", type=int, default=100)
-        g.add_argument("-lr", type=float, default=1e-4, help="Adam learning rate")
-        g.add_argument("-mask_prob", type=float, default=0.5,
-                       help="probability of masking a present field (mii) or an item (rec)")
-        g.add_argument("-gradient_clip_val", type=float, default=5.0,
-                       help="clip every gradient value to [-v, v] (the paper's range [-5, 5]); 0 = off")
-        g.add_argument("-accumulate_grad_batches", type=int, default=1)
-        g.add_argument("-pretrained_model", default=None,
-                       help="MIIR-F: start from this pretrain checkpoint (a .pth, or a folder: its "
-                            "best-by-validation pretrain checkpoint from pretrain-valid.json)")
-        g.add_argument("-resume", nargs="?", const="last", default=None,
-                       help="continue from the last complete epoch in save_path (or from the given .pth)")
-        g.add_argument("-overwrite", action="store_true",
-                       help="delete this stage's checkpoints in save_path and start again")
-    else:
-        g = p.add_argument_group("evaluation")
-        g.add_argument("-metric", default="mrr", help="validation metric that names the best epoch")
-        g.add_argument("-epoch", type=int, default=None, help="score only this epoch")
-        g.add_argument("-all_epochs", action="store_true", help="score every saved epoch")
-        g.add_argument("-full_ranking", action="store_true",
-                       help="rank the target among all items instead of the 100 candidates")
+            g.add_argument(f"-{name}", type=kind, default=default,
+                           help={"emb_size": "e, the token embedding size", "heads": "attention heads",
+                                 "layers": "transformer layers", "dropout": "dropout rate"}[name])
+    # every script accepts every flag (so one flag string serves the whole README sequence);
+    # the flags a script does not use are hidden from its -h and ignored
+    add = hidden(p.add_argument_group("training (paper section 4.3 defaults)"), not training)
+    add("-loss", choices=("mii", "rec"), default="mii" if stage == "pretrain" else "rec",
+        help="mii = MII loss (Eq. 11-13), rec = recommendation loss (Eq. 14)")
+    add("-epochs", type=int, default=100, help="train until this epoch")
+    add("-lr", type=float, default=1e-4, help="Adam learning rate")
+    add("-mask_prob", type=float, default=0.5,
+        help="probability of masking a present field (mii) or an item (rec)")
+    add("-gradient_clip_val", type=float, default=5.0,
+        help="clip every gradient value to [-v, v] (the paper's range [-5, 5]); 0 = off")
+    add("-accumulate_grad_batches", type=int, default=1,
+        help="batches per optimizer step (accelerate gradient accumulation)")
+    add("-pretrained_model", default=None,
+        help="MIIR-F: start from this pretrain checkpoint (a .pth, or a folder: its "
+             "best-by-validation pretrain checkpoint from pretrain-valid.json)")
+    add("-resume", nargs="?", const="last", default=None,
+        help="continue from the last complete epoch in save_path (or from the given .pth)")
+    add("-overwrite", action="store_true",
+        help="delete this stage's checkpoints in save_path and start again")
+    add = hidden(p.add_argument_group("evaluation"), training)
+    add("-metric", default="mrr", help="validation metric that names the best epoch")
+    add("-epoch", type=int, default=None, help="score only this epoch")
+    add("-all_epochs", action="store_true", help="score every saved epoch")
+    add("-full_ranking", action="store_true",
+        help="rank the target among all items instead of the 100 candidates")
     return p
 
 
@@ -123,6 +132,8 @@ def parse_args(argv, stage, script="train"):
     for name in ("batch_size", "epochs", "accumulate_grad_batches"):
         if getattr(args, name, 1) < 1:
             raise InputError(f"-{name} {getattr(args, name)}: must be at least 1")
+    if not (math.isfinite(args.lr) and args.lr >= 0):
+        raise InputError(f"-lr {args.lr}: must be a finite number >= 0")
     if script == "train" and not 0 < args.mask_prob <= 1:
         raise InputError(f"-mask_prob {args.mask_prob}: must be in (0, 1]")
     return args
@@ -398,7 +409,7 @@ def main(argv=None, stage="train"):
                 part = model.last_loss_parts.get(name)
                 if part is not None:
                     sums[2 + f] += float(part) * n
-            bar.set_postfix(loss=f"{sums[0] / sums[1]:.4f}")
+            bar.set_postfix(loss=f"{sums[0] / sums[1]:.4f}", refresh=False)
         sums = accelerator.reduce(sums.to(accelerator.device), "sum").cpu()
         seconds = time.perf_counter() - tic
         if accelerator.is_main_process:

@@ -10,7 +10,6 @@ epoch by -metric (default mrr; ties -> earliest epoch) goes to <save_path>/<stag
 
 This file also holds the evaluation shared with Test.py: metrics, evaluate, score_checkpoints, write.
 """
-import math
 from pathlib import Path
 
 import numpy as np

@@ -271,3 +271,17 @@ def test_fast_dropout_rate_and_scale():
         assert y.mean().item() == pytest.approx(1.0, abs=0.01)
         assert torch.unique(y).tolist() == pytest.approx([0.0, 1 / (1 - p)])
     assert dropout(x, 0.5, False) is x
+
+
+def test_cpu_attention_path_equals_sdpa(setup):
+    """The CPU training path (baddbmm + own dropout) computes the same attention as SDPA."""
+    dat, tables = setup
+    for attention in ("dense", "sparse"):
+        m = make_model(dat, tables, attention=attention, mask_missing=True, dropout=0.0)
+        batch = train_batch(dat, tables, "mii")
+        m.eval()
+        want = m(batch["items"], batch["masked"])
+        m.train()
+        for block in m.blocks:
+            block.p_inner = 1e-12                                          # manual path, no drops
+        torch.testing.assert_close(m(batch["items"], batch["masked"]), want, rtol=1e-4, atol=1e-5)
