@@ -42,7 +42,7 @@ class MIIRConfig:
     attention: str = "dense"      # 'dense' = DFSA (Eq. 6), 'sparse' = SFSA (Eq. 16)
     mask_missing: bool = False    # MIIR-M (Eq. 15)
     category_loss: str = "sum"    # 'sum' over labels (authors' code) or 'mean' (/N_c, Eq. 11)
-    dropout_sites: str = "torch"  # 'torch' (authors' TransformerEncoderLayer) or 'paper' (Eq. 5)
+    dropout_sites: str = "paper"  # 'paper' (Eq. 5) or 'torch' (authors' TransformerEncoderLayer)
 
     def __post_init__(self):
         if self.attention not in ("dense", "sparse"):
@@ -98,6 +98,46 @@ def dropout(x, p, training):
     if x.device.type != "cpu":
         return F.dropout(x, p, True)
     return x * keep_mask(x.shape, p, x.dtype, x.device)
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Per-row -log softmax(h W^T)[y] (Eq. 8 and 11 for IDs and brands) in chunks of rows, with the
+    logits recomputed in the backward pass: the [M, N] logits never exist whole. At 121k items a
+    batch's ID logits are ~0.2 GB per copy and plain autograd keeps three or four copies."""
+
+    @staticmethod
+    def forward(ctx, h, W, y, chunk):                                      # h [M, e], W [N, e], y [M]
+        lse = h.new_empty(len(h))                                          # [M] log-sum-exp
+        picked = h.new_empty(len(h))                                       # [M] logit of the target
+        for s in range(0, len(h), chunk):
+            logits = h[s:s + chunk] @ W.T                                  # [chunk, N]
+            lse[s:s + chunk] = logits.logsumexp(1)
+            picked[s:s + chunk] = logits.gather(1, y[s:s + chunk, None]).squeeze(1)
+        ctx.save_for_backward(h, W, y, lse)
+        ctx.chunk = chunk
+        return lse - picked                                                # [M]
+
+    @staticmethod
+    def backward(ctx, grad):                                               # grad [M]
+        h, W, y, lse = ctx.saved_tensors
+        gh, gW = torch.empty_like(h), torch.zeros_like(W)                  # [M, e], [N, e]
+        for s in range(0, len(h), ctx.chunk):
+            p = (h[s:s + ctx.chunk] @ W.T).sub_(lse[s:s + ctx.chunk, None]).exp_()  # softmax
+            p[torch.arange(len(p), device=p.device), y[s:s + ctx.chunk]] -= 1.0     # - one-hot
+            p.mul_(grad[s:s + ctx.chunk, None])                            # [chunk, N] dL/dlogits
+            gh[s:s + ctx.chunk] = p @ W
+            gW.addmm_(p.T, h[s:s + ctx.chunk])
+        return gh, gW, None, None
+
+
+def cross_entropy(h, W, y, max_logits=2**24):
+    """-log softmax(h W^T)[y] per row, [M]. Up to max_logits logits (64 MB) the plain way, which is
+    ~10% faster; beyond, LinearCrossEntropy in chunks of about 4M logits."""
+    if h.shape[0] * W.shape[0] <= max_logits:
+        return F.cross_entropy(h @ W.T, y, reduction="none")
+    dtype = torch.promote_types(h.dtype, torch.float32)                   # at least float32 inside
+    with torch.autocast(h.device.type, enabled=False):
+        return LinearCrossEntropy.apply(h.to(dtype), W.to(dtype), y, max(1, 2**22 // W.shape[0]))
 
 
 class Block(nn.Module):
@@ -265,9 +305,9 @@ class MIIR(nn.Module):
         """Eq. 11-12 for M masked fields of one type: h [M, e] hidden states, ids [M] true items ->
         per-field losses [M] against the true values (never the masked input)."""
         if field == ID:                                                    # CE over E^i (Eq. 8, 11)
-            return F.cross_entropy(h @ self.item_emb.weight.T, ids, reduction="none")
+            return cross_entropy(h, self.item_emb.weight, ids)
         if field == BRAND:                                                 # CE over E^b
-            return F.cross_entropy(h @ self.brand_emb.weight.T, self.brands[ids], reduction="none")
+            return cross_entropy(h, self.brand_emb.weight, self.brands[ids])
         if field == CATEGORY:                                              # BCE over all labels
             logits = h @ self.category_emb.weight.T                        # [M, N_c]
             labels = self.categories[ids]                                  # [M, K]

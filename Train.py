@@ -35,7 +35,8 @@ SIGNATURE_KEYS = ("dataset_token", "n_items", "n_categories", "n_brands", "text_
 SHAPE_KEYS = ("max_len", "emb_size", "heads", "layers")
 # model flags: name -> argparse type (defaults come from MIIR.MIIRConfig, the one place they live)
 MODEL_FLAGS = {"emb_size": int, "heads": int, "layers": int, "dropout": float,
-               "attention": ("dense", "sparse"), "mask_missing": bool, "category_loss": ("sum", "mean")}
+               "attention": ("dense", "sparse"), "mask_missing": bool, "category_loss": ("sum", "mean"),
+               "dropout_sites": ("paper", "torch")}
 # training flags that change the run; a resume with other values is allowed but logged
 RUN_KEYS = ("loss", "batch_size", "lr", "mask_prob", "gradient_clip_val", "accumulate_grad_batches", "seed")
 
@@ -91,7 +92,10 @@ def build_parser(script, stage):
             g.add_argument(f"-{name}", choices=kind, default=default,
                            help={"attention": "dense = DFSA (Eq. 4-5), sparse = SFSA (Eq. 16)",
                                  "category_loss": "BCE over category labels: sum (authors) or mean "
-                                                  "(paper, divided by N_c)"}[name])
+                                                  "(paper, divided by N_c)",
+                                 "dropout_sites": "paper = the two dropouts of Eq. 5; torch = also on "
+                                                  "attention weights and inside the feed-forward "
+                                                  "(torch's TransformerEncoderLayer, the authors' code)"}[name])
         else:
             g.add_argument(f"-{name}", type=kind, default=default,
                            help={"emb_size": "e, the token embedding size", "heads": "attention heads",
