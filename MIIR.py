@@ -91,11 +91,11 @@ def keep_mask(shape, p, dtype, device):
     return bits.sub_(threshold - 1).clamp_(0.0, 1.0).mul_(1.0 / (1.0 - p)).to(dtype)
 
 
-def dropout(x, p, training):
-    """Inverted dropout: keep_mask on CPU, F.dropout elsewhere."""
+def dropout(x, p, training, fast=True):
+    """Inverted dropout: keep_mask on CPU, F.dropout elsewhere or on the plain path (fast=False)."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or not fast:
         return F.dropout(x, p, True)
     return x * keep_mask(x.shape, p, x.dtype, x.device)
 
@@ -150,6 +150,7 @@ class Block(nn.Module):
         e = c.emb_size
         self.heads, self.p = c.heads, c.dropout
         self.p_inner = c.dropout if c.dropout_sites == "torch" else 0.0    # attention weights, FFN
+        self.fast = True                      # False = plain F.dropout and SDPA (MIIR.set_fast)
         self.qkv = nn.Linear(e, 3 * e)        # W^Q, W^K, W^V of all heads
         self.proj = nn.Linear(e, e)           # W^H
         self.ln1 = nn.LayerNorm(e)
@@ -162,7 +163,7 @@ class Block(nn.Module):
         -inf), [B, 1, 1|T, T], or [B*heads, T, T] for the CPU training path, which fuses the scale and
         the mask into one batched GEMM."""
         p = self.p_inner if self.training else 0.0
-        if p == 0.0 or q.device.type != "cpu":
+        if p == 0.0 or q.device.type != "cpu" or not self.fast:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         B, h, T, d = q.shape
         a = torch.baddbmm(mask, q.reshape(B * h, T, d), k.reshape(B * h, T, d).transpose(1, 2),
@@ -172,7 +173,7 @@ class Block(nn.Module):
 
     def full_mask(self, mask, B, T):
         """The additive mask as the CPU training path of attend wants it: [B*heads, T, T]."""
-        if self.training and self.p_inner > 0.0 and mask.device.type == "cpu":
+        if self.training and self.p_inner > 0.0 and mask.device.type == "cpu" and self.fast:
             return mask.expand(B, self.heads, T, T).reshape(B * self.heads, T, T)
         return mask
 
@@ -180,10 +181,10 @@ class Block(nn.Module):
         B, T, e = x.shape                                                  # x [B, T, e]
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, e // self.heads).permute(2, 0, 3, 1, 4)
         a = self.attend(q, k, v, mask).transpose(1, 2).reshape(B, T, e)    # MH(H) heads [B, T, e]
-        x = self.ln1(x + dropout(self.proj(a), self.p, self.training))    # H~ = LN(H + Drop(MH(H)))
+        x = self.ln1(x + dropout(self.proj(a), self.p, self.training, self.fast))  # LN(H + Drop(MH(H)))
         f = F.gelu(self.ff1(x))                                            # [B, T, 4e]
-        f = self.ff2(dropout(f, self.p_inner, self.training))              # PFFN [B, T, e]
-        return self.ln2(x + dropout(f, self.p, self.training))            # LN(H~ + Drop(PFFN(H~)))
+        f = self.ff2(dropout(f, self.p_inner, self.training, self.fast))   # PFFN [B, T, e]
+        return self.ln2(x + dropout(f, self.p, self.training, self.fast))  # LN(H~ + Drop(PFFN(H~)))
 
 
 class MIIR(nn.Module):
@@ -209,6 +210,17 @@ class MIIR(nn.Module):
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
         self.last_loss_parts = {}
+        self.fast = True
+
+    def set_fast(self, fast=True):
+        """fast=False: the plain, slow path, for benchmarks and checks: loss() = loss_reference()
+        (full logits everywhere) and F.dropout / F.scaled_dot_product_attention instead of keep_mask
+        and the fused CPU attention. Same method, same numbers up to the dropout draws. Not part of
+        MIIRConfig: it changes no parameter and no result, so checkpoints do not record it."""
+        self.fast = bool(fast)
+        for block in self.blocks:
+            block.fast = self.fast
+        return self
 
     # ----------------------------------------------------------------------------------------------
     def _register_tables(self, tables):
@@ -324,7 +336,10 @@ class MIIR(nn.Module):
         authors normalised it: per sequence the sum over its masked fields divided by their number,
         then the mean over sequences (sequences with nothing masked are left out of the mean).
         Fields missing in the data (missings | discard) and padding are never targets.
-        Logits are computed only at masked positions (padding never produces logits)."""
+        Logits are computed only at masked positions (padding never produces logits).
+        On the plain path (set_fast(False)) this is loss_reference."""
+        if not self.fast:
+            return self.loss_reference(batch, kind)
         items, masked = batch["items"], batch["masked"]                    # [B, L], [B, L, 5]
         h = self(items, masked)                                            # [B, L, 5, e]
         fields = self._loss_fields(kind)

@@ -482,7 +482,7 @@ class TextEncoder:
         pad = self.tokenizer.pad_token_id or 0
         bs = self.args.text_batch
         with torch.inference_mode():
-            for b in tqdm(range(0, len(order), bs), desc="encode texts", unit="batch",
+            for b in tqdm(range(0, len(order), bs), mininterval=Utils.BAR_INTERVAL, desc="encode texts", unit="batch",
                           disable=self.args.quiet, file=sys.stdout):
                 idx = order[b:b + bs]
                 width = max(len(tok[i]) for i in idx)

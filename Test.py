@@ -23,6 +23,7 @@ def best_of(stage):
 
 def main(argv=None, stage="train"):
     args = Train.parse_args(argv, stage, script="test")
+    stage = "popularity" if args.popularity else stage
     results, log, accelerator = Valid.score_checkpoints(args, stage, "test", best_of(stage))
     if accelerator.is_main_process:
         base = Valid.summary_name(args.save_path, stage, "test", args.full_ranking)
@@ -30,7 +31,8 @@ def main(argv=None, stage="train"):
         Utils.write_json(base.with_suffix(".json"), {
             "stage": stage, "split": "test", "full_ranking": args.full_ranking,
             "dataset_files": args.dataset_files, "n_rows": len(results[0]["rows"]),
-            "results": [{"epoch": r["epoch"], "checkpoint": r["checkpoint"], "rows_file": f, **r["summary"]}
+            "results": [{"epoch": r["epoch"], "checkpoint": r["checkpoint"], "rows_file": f,
+                         "seconds": r["seconds"], **r["summary"]}
                         for r, f in zip(results, rows)]})
         text = Valid.table(results)
         Utils.write_text(base.with_suffix(".txt"), text + "\n")

@@ -13,6 +13,7 @@ This file also holds the flags of every script (build_parser) and the checkpoint
 Valid.py and Test.py share them instead of repeating them.
 """
 import argparse
+import json
 import math
 import random
 import re
@@ -120,12 +121,18 @@ def build_parser(script, stage):
         help="continue from the last complete epoch in save_path (or from the given .pth)")
     add("-overwrite", action="store_true",
         help="delete this stage's checkpoints in save_path and start again")
+    add("-reference_path", action="store_true",
+        help="the plain, slow path, for benchmarks and checks: MIIR.loss_reference (full logits "
+             "everywhere), F.dropout and F.scaled_dot_product_attention; same method and losses")
     add = hidden(p.add_argument_group("evaluation"), training)
     add("-metric", default="mrr", help="validation metric that names the best epoch")
     add("-epoch", type=int, default=None, help="score only this epoch")
     add("-all_epochs", action="store_true", help="score every saved epoch")
     add("-full_ranking", action="store_true",
         help="rank the target among all items instead of the 100 candidates")
+    add("-popularity", action="store_true",
+        help="score the popularity baseline (candidates ranked by their count in the training "
+             "windows) instead of checkpoints; results go to popularity-<split>.json")
     return p
 
 
@@ -345,6 +352,15 @@ def pretrained_checkpoint(path):
     return path
 
 
+def record_epoch(save_path, stage, record):
+    """One JSON line per epoch in <save_path>/<stage>-epochs.jsonl (read by Benchmark.py): the
+    record of this epoch replaces any of this or later epochs (left over from an earlier run)."""
+    path = Path(save_path) / f"{stage}-epochs.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    lines = [line for line in lines if json.loads(line)["epoch"] < record["epoch"]]
+    Utils.write_text(path, "\n".join(lines + [json.dumps(record)]) + "\n")
+
+
 def main(argv=None, stage="train"):
     import DataLoader
     from MIIR import MIIR
@@ -363,7 +379,7 @@ def main(argv=None, stage="train"):
     accelerator.wait_for_everyone()
 
     Utils.set_seed(args.seed)
-    model = MIIR(config, tables).to(accelerator.device)
+    model = MIIR(config, tables).set_fast(not args.reference_path).to(accelerator.device)
     if ck is not None:
         model.load_state_dict(ck["model"])
     elif args.pretrained_model:
@@ -390,7 +406,8 @@ def main(argv=None, stage="train"):
         step.train()
         sums = torch.zeros(2 + len(Utils.FIELDS), dtype=torch.float64)  # loss*n, n, per-field loss*n
         tic = time.perf_counter()
-        bar = tqdm(loader, desc=f"{stage} {epoch}/{args.epochs}", leave=False,
+        ends = []                                                          # seconds at each step's end
+        bar = tqdm(loader, mininterval=Utils.BAR_INTERVAL, desc=f"{stage} {epoch}/{args.epochs}", leave=False,
                    disable=not accelerator.is_main_process)
         for i, batch in enumerate(bar):
             with accelerator.accumulate(step):
@@ -414,6 +431,7 @@ def main(argv=None, stage="train"):
                 if part is not None:
                     sums[2 + f] += float(part) * n
             bar.set_postfix(loss=f"{sums[0] / sums[1]:.4f}", refresh=False)
+            ends.append(round(time.perf_counter() - tic, 4))
         sums = accelerator.reduce(sums.to(accelerator.device), "sum").cpu()
         seconds = time.perf_counter() - tic
         if accelerator.is_main_process:
@@ -423,6 +441,11 @@ def main(argv=None, stage="train"):
                              if sums[2 + f] != 0)
             log(f"{stage} epoch {epoch}: loss {sums[0] / sums[1]:.6f} ({parts}) {seconds:.1f}s "
                 f"{sums[1] / seconds:.0f} seq/s -> {path}")
+            record_epoch(args.save_path, stage, {
+                "epoch": epoch, "loss": float(sums[0] / sums[1]), "seconds": seconds,
+                "sequences": int(sums[1]), "processes": accelerator.num_processes,
+                "batch_size": args.batch_size,                             # every batch but the last
+                "step_ends": ends})                                        # main process, seconds
         accelerator.wait_for_everyone()
     log(f"{stage} done: {args.save_path}")
     accelerator.end_training()

@@ -24,6 +24,7 @@ import ast
 import json
 import os
 import random
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -150,6 +151,10 @@ def save_npz(path, **arrays):
 
 def load_npy(path):
     return np.load(path, allow_pickle=False)
+
+
+# seconds between progress-bar updates: live on a terminal, every 30 s in a log file (nohup)
+BAR_INTERVAL = 0.1 if sys.stderr.isatty() else 30.0
 
 
 def set_seed(seed):

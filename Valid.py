@@ -10,6 +10,7 @@ epoch by -metric (default mrr; ties -> earliest epoch) goes to <save_path>/<stag
 
 This file also holds the evaluation shared with Test.py: metrics, evaluate, score_checkpoints, write.
 """
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,7 @@ def evaluate(model, loader, accelerator, full_ranking=False, compile=False, log=
     score = Train.compiled(model.full_scores if full_ranking else model.score, compile, log)
     names = ["rank"] + metric_names(full_ranking)
     rows, values = [], []
-    for batch in tqdm(loader, desc=f"scoring {where}", leave=False, disable=not accelerator.is_main_process):
+    for batch in tqdm(loader, mininterval=Utils.BAR_INTERVAL, desc=f"scoring {where}", leave=False, disable=not accelerator.is_main_process):
         with accelerator.autocast():
             scores = score(batch)                                          # [B, C] or [B, n_items]
         if torch.isnan(scores).any():
@@ -117,27 +118,55 @@ def pick_checkpoints(args, stage, best_of=None):
     return [(best["best_epoch"], Path(best["best_checkpoint"]))]
 
 
+class Popularity(torch.nn.Module):
+    """Baseline with MIIR's scoring interface: a candidate's score is its number of occurrences in
+    the training windows (ties count against the positive, as for every model)."""
+
+    def __init__(self, dat, n_items):
+        super().__init__()
+        train = Utils.load_npy(dat["train_filepath"])
+        counts = np.bincount(train.ravel(), minlength=n_items).astype(np.float32)
+        counts[:2] = -np.inf                                               # padding, i_miss
+        self.register_buffer("counts", torch.from_numpy(counts))          # [n_items]
+
+    def score(self, batch):
+        return self.counts[batch["candidates"]]                            # [B, C]
+
+    def full_scores(self, batch):
+        return self.counts.expand(len(batch["candidates"]), -1)            # [B, n_items]
+
+
 def score_checkpoints(args, stage, split, best_of=None):
     """Score the checkpoints of pick_checkpoints on `split` ('valid' | 'test'). Returns (results, log,
     accelerator), results = [{'epoch', 'checkpoint', 'summary': {metric: mean}, 'rows', 'values'}]."""
     from MIIR import MIIR
     accelerator, dat, tables, log = Train.setup(args, Train.script_name(split, stage), stage)
-    checkpoints = pick_checkpoints(args, stage, best_of(args) if best_of else None)
+    if args.popularity:
+        checkpoints = [(0, Path("popularity"))]
+    else:
+        checkpoints = pick_checkpoints(args, stage, best_of(args) if best_of else None)
     loader, n_rows = eval_loader(args, dat, split, accelerator)
     model, config, results = None, None, []
     names = metric_names(args.full_ranking)
     for epoch, path in checkpoints:
-        ck = Train.load_checkpoint(path, dat["meta"])
-        if model is None or ck["config"] != config:
-            config = ck["config"]
-            model = MIIR(Train.model_config(args, dat["meta"], stored=config), tables).to(accelerator.device)
-        model.load_state_dict(ck["model"])
+        if args.popularity:
+            model = Popularity(dat, dat["meta"]["n_items"]).to(accelerator.device)
+        else:
+            ck = Train.load_checkpoint(path, dat["meta"])
+            if model is None or ck["config"] != config:
+                config = ck["config"]
+                model = MIIR(Train.model_config(args, dat["meta"], stored=config), tables).to(accelerator.device)
+            model.load_state_dict(ck["model"])
+        tic = time.perf_counter()
         rows, values = evaluate(model, loader, accelerator, args.full_ranking, args.compile, log, str(path))
+        seconds = time.perf_counter() - tic                                # scoring only (Benchmark.py)
         if len(rows) != n_rows:
             raise RuntimeError(f"{path}: scored {len(rows)} of {n_rows} {split} rows")
         summary = {k: float(values[:, 1 + j].mean()) for j, k in enumerate(names)}
-        results.append({"epoch": epoch, "checkpoint": str(path), "summary": summary, "rows": rows, "values": values})
-        log(f"{split} {path.name}: " + " ".join(f"{k.upper()} {v:.4f}" for k, v in summary.items()))
+        results.append({"epoch": epoch, "checkpoint": str(path), "summary": summary, "rows": rows,
+                        "values": values, "seconds": seconds})
+        log(f"{split} {path.name}: " + " ".join(f"{k.upper()} {v:.4f}" for k, v in summary.items())
+            + f" ({len(rows)} rows in {seconds:.1f} s)")
     return results, log, accelerator
 
 
@@ -166,6 +195,7 @@ def summary_name(save_path, stage, split, full_ranking):
 
 def main(argv=None, stage="train"):
     args = Train.parse_args(argv, stage, script="valid")
+    stage = "popularity" if args.popularity else stage
     metric = args.metric.lower()
     if metric not in metric_names(args.full_ranking):
         raise InputError(f"-metric {args.metric}: choose one of {', '.join(metric_names(args.full_ranking))}")

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from DataLoader import load_tables, make_eval_loader, make_train_loader
+import MIIR as miir
 from MIIR import MIIR, LinearCrossEntropy, MIIRConfig, cross_entropy, dropout
 from Utils import InputError, read_dat
 
@@ -194,24 +195,38 @@ def test_category_mean_divides_by_n_categories(setup):
     assert losses["mean"] * dat["meta"]["n_categories"] == pytest.approx(losses["sum"], rel=1e-5)
 
 
-@pytest.mark.parametrize("over", [{}, {"attention": "sparse", "mask_missing": True, "category_loss": "mean"}])
+@pytest.mark.parametrize("over", [{}, {"attention": "sparse", "mask_missing": True, "category_loss": "mean"},
+                                  {"dropout_sites": "torch"}])
 @pytest.mark.parametrize("kind", ["mii", "rec"])
-def test_fast_path_equals_reference(setup, over, kind):
-    """Same loss and same gradients, dropout on (same torch seed for both)."""
+def test_fast_path_equals_reference(setup, over, kind, monkeypatch):
+    """Same loss and same gradients, dropout on: model.loss (fast) == model.loss_reference == the plain
+    path (set_fast(False), Train.py -reference_path: loss_reference, F.dropout, SDPA). keep_mask is
+    made to draw F.dropout's masks, so with the same torch seed all three drop the same units."""
     dat, tables = setup
+    calls = []
+
+    def keep_mask_like_f_dropout(shape, p, dtype, device):
+        calls.append(shape)
+        return F.dropout(torch.ones(shape, dtype=dtype, device=device), p)
+
+    monkeypatch.setattr(miir, "keep_mask", keep_mask_like_f_dropout)
     m = make_model(dat, tables, **over).train()
     batch = train_batch(dat, tables, kind, bs=20)
     grads = []
-    for fn in (m.loss, m.loss_reference):
+    for fast, fn in ((True, "loss"), (True, "loss_reference"), (False, "loss")):
+        m.set_fast(fast)
+        calls.clear()
         torch.manual_seed(123)
         m.zero_grad()
-        loss = fn(batch, kind)
+        loss = getattr(m, fn)(batch, kind)
         loss.backward()
+        assert bool(calls) == fast                                         # the switch picks the path
         grads.append((float(loss.detach()), [p.grad.clone() for p in m.parameters() if p.grad is not None]))
-    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
-    assert len(grads[0][1]) == len(grads[1][1])
-    for a, b in zip(grads[0][1], grads[1][1]):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for other in grads[1:]:
+        assert other[0] == pytest.approx(grads[0][0], rel=1e-5)
+        assert len(other[1]) == len(grads[0][1])
+        for a, b in zip(grads[0][1], other[1]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_row_without_masked_fields_is_left_out(setup):

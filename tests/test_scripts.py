@@ -195,6 +195,26 @@ def test_valid_picks_best_and_test_matches_a_naive_reference(tmp_path, chain):
     assert json.loads((save / "train-test.json").read_text())["results"][0]["mrr"] == pytest.approx(expect["mrr"])
 
 
+def test_popularity_baseline_matches_a_counting_loop(tmp_path, chain):
+    dat = Utils.read_dat(chain["dat"])
+    results = run(Test.main, ["-dataset_files", chain["dat"], "-save_path", tmp_path, "-popularity"])
+    train = Utils.load_npy(dat["train_filepath"])
+    count = {}
+    for item in train.ravel().tolist():
+        if item > 1:
+            count[item] = count.get(item, 0) + 1
+    rows = Utils.load_npy(dat["test_filepath"])
+    negatives = Utils.load_npy(dat["test_negatives_filepath"])
+    ranks = []
+    for row, neg in zip(rows, negatives):
+        target = int(row[row > 0][-1])
+        ranks.append(1 + sum(count.get(int(n), 0) >= count.get(target, 0) for n in neg))
+    names, table = read_rows(tmp_path / "popularity-0-test-rows.tsv")
+    assert table[:, 1].tolist() == ranks
+    assert results[0]["summary"]["mrr"] == pytest.approx(np.mean(1 / np.array(ranks, float)))
+    assert not list(tmp_path.glob("train-*"))                     # never a stage's files
+
+
 # ---------------------------------------------------------------------------------------- errors
 def test_checkpoint_from_other_data_or_shape_is_refused(tmp_path, chain):
     other = write_chain_data(tmp_path / "other", n_items=50)
