@@ -77,8 +77,8 @@ def build_parser(script, stage):
     g.add_argument("-num_workers", type=int, default=0, help="DataLoader worker processes")
     g.add_argument("-seed", type=int, default=42, help="seeds python, numpy, torch and the data order/masks")
     g.add_argument("-threads", type=int, default=0,
-                   help="torch intra-op threads per process (0 = Utils.default_threads: 1 when a process "
-                        "owns <= 2 cores, else its cores)")
+                   help="torch intra-op threads per process (0 = Utils.default_threads: the cores divided "
+                        "by the processes of the run; use 1 when other jobs share the cores)")
     g.add_argument("-compile", action="store_true",
                    help="torch.compile the model (falls back to eager if compilation fails)")
     g.add_argument("-max_interactions", type=int, default=None,

@@ -169,11 +169,11 @@ def set_seed(seed):
 
 
 def default_threads(processes=1):
-    """Intra-op threads per process: 1 on small machines (a second thread makes small element-wise
-    ops ~80x slower on 2 vCPUs), otherwise the cores each process owns."""
+    """Intra-op threads per process: the cores this process may use, shared among the processes of
+    the run. Measured on an idle 2-vCPU machine (Benchmark.py train, 5-core Beauty), 2 threads train
+    1.4-1.6x faster than 1; but when other jobs share the cores, give each job -threads 1."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    per_process = max(1, (cores or 1) // max(1, processes))
-    return 1 if per_process <= 2 else per_process
+    return max(1, (cores or 1) // max(1, processes))
 
 
 def set_threads(n=0, processes=1):
