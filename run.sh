@@ -34,7 +34,7 @@ set -x
 $launch Pretrain.py -dataset_files "$files" -save_path "$save" -epochs "$pre_epochs" -resume $flags
 $launch Prevalid.py -dataset_files "$files" -save_path "$save" $flags
 $launch Pretest.py -dataset_files "$files" -save_path "$save" $flags
-best=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['best_checkpoint'])" "${save}pretrain-valid.json")
-$launch Train.py -dataset_files "$files" -save_path "$save" -epochs "$train_epochs" -pretrained_model "$best" -resume $flags
+# -pretrained_model with a folder takes the pretrain epoch that Prevalid.py named best
+$launch Train.py -dataset_files "$files" -save_path "$save" -epochs "$train_epochs" -pretrained_model "$save" -resume $flags
 $launch Valid.py -dataset_files "$files" -save_path "$save" $flags
 $launch Test.py -dataset_files "$files" -save_path "$save" $flags
